@@ -146,7 +146,7 @@ def test_speaker_loss_separates_speakers_when_trained():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.6 * losses[0]
 
 

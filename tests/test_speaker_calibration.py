@@ -1,6 +1,6 @@
 """ML-SAN's core claim on a task built for it: per-speaker calibration recovers a planted shift.
 
-See tests/planted.py for the task. Measured on this machine (accuracy on new conversations with
+See core/synthetic.py for the task. Measured on this machine (accuracy on new conversations with
 new speakers, 4 classes, chance 0.25), seeds 0/1/2:
   no context (window 1):  speaker conditioning on 0.797 / 0.796 / 0.837, off 0.479 / 0.543 / 0.536
                           -> margins 0.32 / 0.25 / 0.30; asserted: >= 0.15 for every seed
@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from core.model import MLSANConfig
-from tests.planted import DIM, train_and_score
+from core.synthetic import DIM, train_and_score
 
 BASE = dict(audio_dim=DIM, visual_dim=4, text_dim=8, voiceprint_dim=8, d_model=32, d_speaker=16, n_heads=4,
             n_layers=1, dropout=0.0)

@@ -41,12 +41,11 @@ def make_conversations(n: int, turns: int = 16, speakers: int = 3, seed: int = 0
     )
 
 
-def train_and_score(cfg: MLSANConfig, seed: int, epochs: int = 30, n_train: int = 256) -> float:
-    """Train on conversations of unseen speakers; accuracy on new conversations, new speakers."""
+def train(cfg: MLSANConfig, seed: int, epochs: int = 30, n_train: int = 256, on_epoch=None) -> MLSAN:
+    """Train a model on conversations of random speakers (each conversation: new speakers)."""
     torch.manual_seed(seed)
     model = MLSAN(cfg)
-    train = make_conversations(n_train, seed=seed, cfg=cfg)
-    test = make_conversations(128, seed=10_000 + seed, cfg=cfg)
+    data = make_conversations(n_train, seed=seed, cfg=cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -54,12 +53,20 @@ def train_and_score(cfg: MLSANConfig, seed: int, epochs: int = 30, n_train: int 
         perm = torch.randperm(n_train, generator=g)
         for i in range(0, n_train, 32):
             j = perm[i:i + 32]
-            b = TurnBatch(**{k: (v[j] if isinstance(v, torch.Tensor) else v) for k, v in train.__dict__.items()})
+            b = TurnBatch(**{k: (v[j] if isinstance(v, torch.Tensor) else v) for k, v in data.__dict__.items()})
             loss, _ = model.loss(model(b), b)
             opt.zero_grad()
             loss.backward()
             opt.step()
-    model.eval()
+        if on_epoch is not None:
+            on_epoch()
+    return model.eval()
+
+
+def train_and_score(cfg: MLSANConfig, seed: int, epochs: int = 30, n_train: int = 256) -> float:
+    """Train on conversations of unseen speakers; accuracy on new conversations, new speakers."""
+    model = train(cfg, seed, epochs, n_train)
+    test = make_conversations(128, seed=10_000 + seed, cfg=cfg)
     with torch.no_grad():
         pred = model(test).logits.argmax(-1)
     return float((pred == test.labels).float().mean())

@@ -1,0 +1,1 @@
+"""mlsan-live real-time pipeline: sources, segmentation, ASR, engine, display, event log."""
