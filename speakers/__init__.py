@@ -1,0 +1,1 @@
+"""Speakers: voiceprints (d-vectors) used to tell who is talking and to condition the model."""
