@@ -9,10 +9,12 @@ Reads top to bottom:
   5. The losses: emotion cross-entropy + lambda * speaker consistency (supervised contrastive).
 
 The speaker enters at three levels:
-  * input: FiLM on the projected audio and visual features, conditioned on a speaker vector built
-    from what is observable live: a voiceprint (if any) and the speaker's own running feature
-    statistics over their *past* turns (shrunk towards zero while there are few of them);
-    a learned fallback vector stands in when nothing is known about the speaker;
+  * input: calibration of the audio and visual features into a speaker-neutral space. It starts
+    from the speaker's own running statistics over their *past* turns (mean and standard
+    deviation, shrunk towards the global ones while there are few turns; the variance more
+    strongly, as it is noisier), with a learned per-feature strength, followed by FiLM conditioned
+    on a speaker vector built from what is observable live: a voiceprint (if any) and those
+    statistics. A learned fallback vector stands in when nothing is known about the speaker;
   * interaction: speaker-conditioned soft gates over the modalities present in the turn
     (absent modalities get exactly zero weight);
   * output: an auxiliary loss that keeps speaker identity recoverable from the fused latent.
@@ -42,7 +44,7 @@ AUDIO, VISUAL, TEXT = 0, 1, 2  # column of each modality in presence masks and g
 @dataclass(frozen=True)
 class MLSANConfig:
     audio_dim: int = 88  # size of the per-turn audio feature vector (eGeMAPSv02 functionals: 88)
-    visual_dim: int = 64  # size of the pooled face feature vector (blendshapes + head pose)
+    visual_dim: int = 119  # size of the pooled face feature vector (core.features.visual.VISUAL_DIM)
     text_dim: int = 384  # size of the sentence embedding (all-MiniLM-L6-v2: 384)
     voiceprint_dim: int = 256  # size of the speaker voiceprint (resemblyzer d-vector: 256)
     d_model: int = 128  # width of projected features, fused latent and context encoder
@@ -51,7 +53,9 @@ class MLSANConfig:
     n_layers: int = 2  # context encoder layers
     context_window: int = 16  # turns each turn attends to, itself included (1 = no context)
     dropout: float = 0.1  # dropout in projections and the context encoder
-    stats_prior: float = 3.0  # pseudo-count shrinking a speaker's running stats towards zero
+    input_dropout: float = 0.0  # dropout on the (calibrated) input features: regularises wide inputs
+    stats_prior_mean: float = 2.0  # pseudo-turns shrinking a speaker's running mean towards the global mean
+    stats_prior_var: float = 10.0  # pseudo-turns shrinking a speaker's running variance towards the global one
     use_film: bool = True  # level 1: speaker-conditioned FiLM on audio and visual inputs
     use_gating: bool = True  # level 2: speaker-conditioned modality gates (else: equal weights)
     use_speaker_loss: bool = True  # level 3: auxiliary speaker-consistency loss
@@ -146,9 +150,9 @@ class ConversationState:
     values: list[Tensor] = field(default_factory=list)
     key_speaker: Tensor | None = None  # (n,) long
     key_visible: Tensor | None = None  # (n,) bool: in_context flag of cached turns
-    stats_sum: Tensor | None = None  # (K, 2, d_model) per speaker, per FiLM modality: sum of features
-    stats_sumsq: Tensor | None = None  # (K, 2, d_model)
-    stats_n: Tensor | None = None  # (K, 2) number of past turns with that modality present
+    stats_sum: list[Tensor] = field(default_factory=list)  # audio, visual: (K, D) per speaker, sum of
+    stats_sumsq: list[Tensor] = field(default_factory=list)  # standardised features, and of their squares
+    stats_n: Tensor | None = None  # (K, 2) number of past turns with audio / visual present
     turns: int = 0  # turns seen so far
 
 
@@ -161,14 +165,15 @@ def _zero_init(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
-def shrunk_stats(s: Tensor, s2: Tensor, n: Tensor, prior: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Running mean/std shrunk towards (0, 1) with `prior` pseudo-observations, and a count feature.
+def shrunk_stats(s: Tensor, s2: Tensor, n: Tensor, prior_mean: float, prior_var: float) -> tuple[Tensor, Tensor, Tensor]:
+    """A speaker's running mean and std of globally standardised features, shrunk towards the
+    global (0, 1) with pseudo-observations, and a count feature in [0, ~1].
 
-    s, s2: sums of x and x**2 over n observations (n broadcast on the last dim)."""
+    s, s2: sums of x and x**2 over n observations; n (...,) is broadcast over the feature dim."""
     n = n.unsqueeze(-1).to(s.dtype)
-    mean = s / (n + prior)
-    m2 = (s2 + prior) / (n + prior)
-    std = (m2 - mean * mean).clamp_min(1e-4).sqrt()
+    mean = s / (n + prior_mean)
+    scatter = (s2 - s * s / n.clamp_min(1)).clamp_min(0)  # sum of squared deviations from the sample mean
+    std = ((scatter + prior_var) / (n + prior_var)).clamp_min(1e-2).sqrt()
     count = torch.log1p(n) / math.log(1 + 100.0)
     return mean, std, count
 
@@ -181,12 +186,12 @@ class SpeakerEncoder(nn.Module):
         d = cfg.d_model
         self.voice = nn.Sequential(nn.Linear(cfg.voiceprint_dim, cfg.d_speaker), nn.GELU())
         self.no_voice = nn.Parameter(torch.zeros(cfg.d_speaker))  # "no voiceprint" fallback
-        # stats of two FiLM modalities: mean (d) + std (d) + count (1) each
-        self.mix = nn.Sequential(nn.Linear(cfg.d_speaker + 2 * (2 * d + 1), cfg.d_speaker), nn.GELU(),
+        # per calibrated modality: projected mean (d) + mean log-std (1) + count (1)
+        self.mix = nn.Sequential(nn.Linear(cfg.d_speaker + 2 * (d + 2), cfg.d_speaker), nn.GELU(),
                                  nn.Linear(cfg.d_speaker, cfg.d_speaker))
 
     def forward(self, voiceprint: Tensor | None, has_vp: Tensor, stats: Tensor) -> Tensor:
-        """voiceprint (..., Dvp) or None; has_vp (...,) bool; stats (..., 2*(2d+1))."""
+        """voiceprint (..., Dvp) or None; has_vp (...,) bool; stats (..., 2*(d+2))."""
         fallback = self.no_voice.expand(*has_vp.shape, -1)
         if voiceprint is None:
             v = fallback
@@ -199,8 +204,8 @@ class SpeakerEncoder(nn.Module):
 class FiLM(nn.Module):
     """x -> gamma(c) * x + beta(c); identity at initialisation.
 
-    The condition c holds the speaker vector and the speaker's running mean of this modality's
-    projected features; the linear path lets beta learn an exact per-speaker mean subtraction."""
+    The condition c holds the speaker vector and the speaker's projected running mean of this
+    modality; the linear path lets beta learn any further per-speaker shift exactly."""
 
     def __init__(self, d_cond: int, d: int):
         super().__init__()
@@ -316,7 +321,12 @@ class MLSAN(nn.Module):
             self.register_buffer(f"{name}_std", torch.ones(dim))
         self.proj = nn.ModuleList([nn.Linear(dim, d) for dim in dims])  # audio, visual, text
         self.drop = nn.Dropout(cfg.dropout)
+        self.in_drop = nn.Dropout(cfg.input_dropout)
         self.speaker = SpeakerEncoder(cfg)
+        # input-level calibration of audio and visual: per-feature strength of the speaker's mean
+        # removal and std division (1 = full standardisation by the shrunk speaker statistics)
+        self.cal_shift = nn.ParameterList([nn.Parameter(torch.ones(dim)) for dim in dims[:2]])
+        self.cal_scale = nn.ParameterList([nn.Parameter(torch.ones(dim)) for dim in dims[:2]])
         self.film = nn.ModuleList([FiLM(cfg.d_speaker + d, d) for _ in range(2)])  # audio, visual
         self.gate = ModalityGate(cfg)
         self.empty = nn.Parameter(torch.zeros(d))  # fused latent of a turn with no modality at all
@@ -332,26 +342,36 @@ class MLSAN(nn.Module):
         getattr(self, f"{modality}_mean").copy_(torch.as_tensor(mean, dtype=torch.float32))
         getattr(self, f"{modality}_std").copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
-    def _project(self, x: Tensor, present: Tensor, i: int) -> Tensor:
-        """Standardise and project one modality; absent inputs are replaced by zeros first, so the
-        output never depends on their values (NaN included)."""
+    def _standardize(self, x: Tensor, present: Tensor, i: int) -> Tensor:
+        """Global standardisation; absent inputs become zeros, so nothing downstream can depend on
+        their values (NaN included)."""
         name = MODALITIES[i]
         x = (x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")
-        x = torch.where(present.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        return self.proj[i](x)
+        return torch.where(present.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
     # -- per-turn fusion (shared by forward and step) ------------------------------------------------
-    def _fuse(self, h: list[Tensor], present: Tensor, mean: Tensor, std: Tensor, count: Tensor,
+    def _fuse(self, x: list[Tensor], present: Tensor, stats: list[tuple[Tensor, Tensor, Tensor]],
               voiceprint: Tensor | None, has_vp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """h: projected audio/visual/text (..., d); mean/std (..., 2, d), count (..., 2, 1): the
-        speaker's past statistics of projected audio and visual. Returns fused, gates, speaker_vec."""
-        stats = torch.cat([mean, std, count], -1).flatten(-2)
-        spk = self.speaker(voiceprint, has_vp, stats)
+        """x: standardised audio/visual/text (..., D_m), zero where absent; stats: the speaker's past
+        (mean, std, count) of audio and visual. Returns fused latent, gates, speaker vector."""
+        proj_mean = [F.linear(stats[i][0], self.proj[i].weight) for i in (AUDIO, VISUAL)]
+        summary = torch.cat([torch.cat([proj_mean[i], stats[i][1].log().mean(-1, keepdim=True), stats[i][2]], -1)
+                             for i in (AUDIO, VISUAL)], -1)
+        spk = self.speaker(voiceprint, has_vp, summary)
         if not self.cfg.uses_speaker:
             spk = torch.zeros_like(spk)
-        if self.cfg.use_film:
-            h = [self.film[i](h[i], torch.cat([spk, mean[..., i, :]], -1)) for i in (AUDIO, VISUAL)] + [h[TEXT]]
-        hs = torch.stack([self.drop(x) for x in h], -2)  # (..., 3, d)
+        h = []
+        for i in (AUDIO, VISUAL, TEXT):
+            xi = x[i]
+            if i != TEXT and self.cfg.use_film:  # level 1: calibrate into a speaker-neutral space
+                mean, std, _ = stats[i]
+                xi = (xi - self.cal_shift[i] * mean) * torch.exp(-self.cal_scale[i] * std.log())
+                xi = torch.where(present[..., i, None], xi, torch.zeros((), dtype=xi.dtype, device=xi.device))
+            hi = self.proj[i](self.in_drop(xi))
+            if i != TEXT and self.cfg.use_film:
+                hi = self.film[i](hi, torch.cat([spk, proj_mean[i]], -1))
+            h.append(hi)
+        hs = torch.stack([self.drop(v) for v in h], -2)  # (..., 3, d)
         gates = self.gate(hs, spk, present)
         fused = (gates.unsqueeze(-1) * hs).sum(-2)
         fused = torch.where(present.any(-1, keepdim=True), fused, self.empty.to(fused.dtype))
@@ -367,45 +387,44 @@ class MLSAN(nn.Module):
     def forward(self, batch: TurnBatch) -> ModelOutput:
         B, T = batch.speaker.shape
         present = batch.present & batch.valid.unsqueeze(-1)
-        h = [self._project(x, present[..., i], i) for i, x in enumerate((batch.audio, batch.visual, batch.text))]
-        mean, std, count = self._past_speaker_stats(h[:2], present[..., :2], batch.speaker, batch.valid)
+        x = [self._standardize(v, present[..., i], i) for i, v in enumerate((batch.audio, batch.visual, batch.text))]
+        stats = [self._past_speaker_stats(x[i], present[..., i], batch.speaker) for i in (AUDIO, VISUAL)]
         has_vp = batch.has_voiceprint if batch.has_voiceprint is not None else torch.zeros_like(batch.valid)
-        fused, gates, spk = self._fuse(h, present, mean, std, count, batch.voiceprint, has_vp & batch.valid)
+        fused, gates, spk = self._fuse(x, present, stats, batch.voiceprint, has_vp & batch.valid)
         x = self._context_input(fused, spk)
         visible = batch.in_context if batch.in_context is not None else batch.valid
         for layer in self.layers:
             x = layer(x, batch.speaker, visible, batch.valid)
         return ModelOutput(self._classify(x, fused), gates, fused, spk)
 
-    def _past_speaker_stats(self, h: list[Tensor], present: Tensor, speaker: Tensor, valid: Tensor):
-        """Causal per-speaker statistics: for each turn, over the *earlier* turns of its speaker."""
-        K = int(speaker.max().item()) + 1 if speaker.numel() else 1
-        onehot = F.one_hot(speaker.clamp_min(0), K).to(h[0].dtype) * valid.unsqueeze(-1)  # (B, T, K)
-        x = torch.stack(h, 2)  # (B, T, 2, d)
-        p = present.to(x.dtype)  # (B, T, 2)
-        w = onehot.unsqueeze(-1) * p.unsqueeze(2)  # (B, T, K, 2)
-
-        def past(t: Tensor) -> Tensor:  # exclusive cumulative sum over turns
-            return t.cumsum(1) - t
-
-        s = past(torch.einsum("btkm,btmd->btkmd", w, x))
-        s2 = past(torch.einsum("btkm,btmd->btkmd", w, x * x))
-        n = past(w)
-        own = speaker.clamp_min(0)[:, :, None, None, None].expand(-1, -1, 1, 2, x.shape[-1])
-        s, s2 = s.gather(2, own).squeeze(2), s2.gather(2, own).squeeze(2)
-        n = n.gather(2, own[..., 0]).squeeze(2)
-        return shrunk_stats(s, s2, n, self.cfg.stats_prior)
+    @torch.no_grad()
+    def _past_speaker_stats(self, x: Tensor, present: Tensor, speaker: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Causal per-speaker statistics of one modality: for each turn, over the *earlier* turns
+        of the same speaker where the modality was present. x (B, T, D) standardised, zero where
+        absent; present (B, T) (already false on padding). Inputs are constants: no gradient."""
+        s, s2 = torch.zeros_like(x), torch.zeros_like(x)
+        n = torch.zeros(present.shape, dtype=x.dtype, device=x.device)
+        for k in speaker.unique().tolist():
+            own = speaker == k
+            m = (own & present).to(x.dtype)
+            xm = x * m.unsqueeze(-1)
+            sel = own.unsqueeze(-1)
+            s = torch.where(sel, xm.cumsum(1) - xm, s)  # exclusive cumulative sums: past turns only
+            s2 = torch.where(sel, (xm * x).cumsum(1) - xm * x, s2)
+            n = torch.where(own, m.cumsum(1) - m, n)
+        return shrunk_stats(s, s2, n, self.cfg.stats_prior_mean, self.cfg.stats_prior_var)
 
     # -- one turn at a time --------------------------------------------------------------------
     def init_state(self) -> ConversationState:
-        dev, dt, d = self.empty.device, self.empty.dtype, self.cfg.d_model
+        dev, dt = self.empty.device, self.empty.dtype
+        dims = (self.cfg.audio_dim, self.cfg.visual_dim)
         return ConversationState(
             keys=[torch.zeros(0, l.h, l.dh, dtype=dt, device=dev) for l in self.layers],
             values=[torch.zeros(0, l.h, l.dh, dtype=dt, device=dev) for l in self.layers],
             key_speaker=torch.zeros(0, dtype=torch.long, device=dev),
             key_visible=torch.zeros(0, dtype=torch.bool, device=dev),
-            stats_sum=torch.zeros(0, 2, d, dtype=dt, device=dev),
-            stats_sumsq=torch.zeros(0, 2, d, dtype=dt, device=dev),
+            stats_sum=[torch.zeros(0, D, dtype=dt, device=dev) for D in dims],
+            stats_sumsq=[torch.zeros(0, D, dtype=dt, device=dev) for D in dims],
             stats_n=torch.zeros(0, 2, dtype=dt, device=dev),
         )
 
@@ -416,39 +435,39 @@ class MLSAN(nn.Module):
             raise ValueError("speaker index must be >= 0")
         cfg, dev, dt = self.cfg, self.empty.device, self.empty.dtype
         dims = (cfg.audio_dim, cfg.visual_dim, cfg.text_dim)
-        h, flags = [], []
+        xs, flags = [], []
         for i, (name, dim, x) in enumerate(zip(MODALITIES, dims, (turn.audio, turn.visual, turn.text))):
             flags.append(x is not None)
-            if x is None:  # the projection of an absent (zeroed) input is exactly the bias
-                h.append(self.proj[i].bias)
+            if x is None:
+                xs.append(torch.zeros(dim, dtype=dt, device=dev))
                 continue
             x = torch.as_tensor(x).to(dev, dt, non_blocking=True).reshape(-1)
             if x.numel() != dim:
                 raise ValueError(f"{name} features have {x.numel()} values; the model expects {dim}")
-            h.append(self.proj[i]((x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std")))
+            xs.append((x - getattr(self, f"{name}_mean")) / getattr(self, f"{name}_std"))
         present = torch.tensor(flags, device=dev)
 
-        K = state.stats_n.shape[0]
-        if turn.speaker >= K:  # first turn of a new speaker: grow the per-speaker statistics
-            grow = turn.speaker + 1 - K
-            state.stats_sum = torch.cat([state.stats_sum, state.stats_sum.new_zeros(grow, 2, cfg.d_model)])
-            state.stats_sumsq = torch.cat([state.stats_sumsq, state.stats_sumsq.new_zeros(grow, 2, cfg.d_model)])
-            state.stats_n = torch.cat([state.stats_n, state.stats_n.new_zeros(grow, 2)])
         k = turn.speaker
-        mean, std, count = shrunk_stats(state.stats_sum[k], state.stats_sumsq[k], state.stats_n[k], cfg.stats_prior)
+        grow = k + 1 - state.stats_n.shape[0]
+        if grow > 0:  # first turn of a new speaker: room for their statistics
+            state.stats_sum = [torch.cat([t, t.new_zeros(grow, t.shape[1])]) for t in state.stats_sum]
+            state.stats_sumsq = [torch.cat([t, t.new_zeros(grow, t.shape[1])]) for t in state.stats_sumsq]
+            state.stats_n = torch.cat([state.stats_n, state.stats_n.new_zeros(grow, 2)])
+        stats = [shrunk_stats(state.stats_sum[i][k], state.stats_sumsq[i][k], state.stats_n[k, i],
+                              cfg.stats_prior_mean, cfg.stats_prior_var) for i in (AUDIO, VISUAL)]
 
         vp = None
         has_vp = torch.tensor(turn.voiceprint is not None, device=dev)
         if turn.voiceprint is not None:
             vp = torch.as_tensor(turn.voiceprint).to(dev, dt).reshape(-1)
-        fused, gates, spk = self._fuse(h, present, mean, std, count, vp, has_vp)
+        fused, gates, spk = self._fuse(xs, present, stats, vp, has_vp)
 
-        # update this speaker's statistics with the current turn (used from the next turn on)
-        x2 = torch.stack(h[:2])
-        p2 = present[:2].to(x2.dtype)
-        state.stats_sum[k] += p2[:, None] * x2
-        state.stats_sumsq[k] += p2[:, None] * x2 * x2
-        state.stats_n[k] += p2
+        # this turn joins its speaker's statistics (they describe the *past* from the next turn on)
+        for i in (AUDIO, VISUAL):
+            if flags[i]:
+                state.stats_sum[i][k] += xs[i]
+                state.stats_sumsq[i][k] += xs[i] * xs[i]
+                state.stats_n[k, i] += 1
 
         x = self._context_input(fused, spk)
         keep = cfg.context_window - 1
