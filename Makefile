@@ -7,7 +7,7 @@ STAMP      := $(VENV)/.mlsan-installed
 # System packages: PortAudio for sounddevice.
 SYS_PKGS   :=
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo test bench train clean-venv
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: install
 
 bench: install
 	$(PY) bench/step.py
+
+# Retrain the shipped default model (MELD text + RAVDESS audio; needs ../shared/data or MLSAN_DATA).
+train: install
+	$(PY) -m core.train --dataset default --threads 2 --save models/default --out models/default/train_results.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,6 +9,8 @@ engine masks it (see docs/MODEL_CARD.md).
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ def train_default(args, opts: TrainOptions, device: torch.device, console: Conso
     if args.save is None:
         console.print("core.train: --dataset default needs --save DIR (where to write the checkpoint)")
         return 2
+    t0 = time.time()
     cache, embedder, audio, vp = feature_stack(args, console, need_audio=True)
     root = Path(args.data) if args.data else None
     ids: dict[str, int] = {}
@@ -78,6 +81,10 @@ def train_default(args, opts: TrainOptions, device: torch.device, console: Conso
                     "ravdess_dev_uar_k10": round(rav.uar, 2)},
     }
     versions = {"audio": audio.version, "text": embedder.version, "voiceprint": vp.version}
+    extra["train_seconds"] = round(time.time() - t0, 1)
     save_checkpoint(args.save, model, feature_versions=versions, extra=extra)
-    console.print(f"checkpoint written to {args.save}")
+    console.print(f"checkpoint written to {args.save} ({extra['train_seconds']:.0f} s)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"extra": extra, "history": hist, "config": cfg.to_dict()}, indent=1))
     return 0

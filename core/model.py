@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core import device as devices
 from core.labels import EMOTIONS, MODALITIES
 
 AUDIO, VISUAL, TEXT = 0, 1, 2  # column of each modality in presence masks and gate vectors
@@ -430,7 +431,12 @@ class MLSAN(nn.Module):
 
     @torch.inference_mode()
     def step(self, turn: TurnFeatures, state: ConversationState) -> tuple[ModelOutput, ConversationState]:
-        """Process one new turn given the state of the conversation so far (causal, O(window))."""
+        """Process one new turn given the state of the conversation so far (causal, O(window)).
+        Everything stays on the model's device (mixed precision on CUDA); only the inputs move."""
+        with devices.autocast(self.empty.device):
+            return self._step(turn, state)
+
+    def _step(self, turn: TurnFeatures, state: ConversationState) -> tuple[ModelOutput, ConversationState]:
         if turn.speaker < 0:
             raise ValueError("speaker index must be >= 0")
         cfg, dev, dt = self.cfg, self.empty.device, self.empty.dtype

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from core.conversations import Conversation, collate
+from core.device import autocast
 from core.labels import MODALITIES
 from core.metrics import Scores, score
 from core.model import MLSAN, MLSANConfig, TurnBatch
@@ -93,7 +94,8 @@ def predict(model: MLSAN, convs: list[Conversation], device: torch.device,
     with torch.no_grad():
         for i in range(0, len(convs), batch_size):
             b = collate(convs[i:i + batch_size], model.cfg).to(device)
-            out = model(b)
+            with autocast(device):
+                out = model(b)
             m = (b.labels >= 0) & b.valid
             ys.append(b.labels[m].cpu().numpy())
             pr = out.probs[m].cpu().numpy()
@@ -139,8 +141,9 @@ def fit(cfg: MLSANConfig, train: list[Conversation], dev: list[Conversation], op
         losses = []
         for idx in batches:
             batch = _drop_modalities(collate([convs[j] for j in idx], cfg), opts.modality_dropout, g).to(device)
-            out = net(batch)
-            loss, parts = model.loss(out, batch, class_weight=weight, label_smoothing=opts.label_smoothing)
+            with autocast(device):
+                out = net(batch)
+                loss, parts = model.loss(out, batch, class_weight=weight, label_smoothing=opts.label_smoothing)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)

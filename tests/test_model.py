@@ -172,3 +172,23 @@ def test_bad_config_is_refused():
         MLSANConfig(d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="context_window"):
         MLSANConfig(context_window=0)
+
+
+def test_mixed_precision_path_runs_and_stays_close(monkeypatch):
+    """The autocast path used on CUDA, forced on the CPU with bfloat16: same decisions, close numbers."""
+    import core.device
+
+    model = small_model()
+    batch = random_batch(model.cfg, B=2, T=9)
+    with torch.no_grad():
+        ref = model(batch)
+    ref_steps = replay(model, batch, 0)
+    monkeypatch.setattr(core.device, "autocast_dtype", lambda device: torch.bfloat16)
+    with torch.no_grad(), core.device.autocast(torch.device("cpu")):
+        amp = model(batch)
+    amp_steps = replay(model, batch, 0)
+    assert amp.logits.dtype == torch.bfloat16 and amp_steps[0].logits.dtype == torch.bfloat16  # autocast was on
+    torch.testing.assert_close(amp.probs, ref.probs, atol=0.05, rtol=0)
+    for a, r in zip(amp_steps, ref_steps):
+        torch.testing.assert_close(a.probs, r.probs, atol=0.05, rtol=0)
+        assert torch.isfinite(a.probs).all()

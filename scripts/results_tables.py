@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Render the tables of docs/RESULTS.md from the JSON files written by `python -m core.train --out`.
+
+    python scripts/results_tables.py docs/results/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from scipy.stats import ttest_rel
+
+KS = ("k=0", "k=5", "k=10", "k=20", "k=all")
+
+
+def ms(v) -> str:
+    v = np.asarray(v, dtype=float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+
+def pval(a, b) -> str:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) != len(b) or len(a) < 2 or np.allclose(a, b):
+        return "identical" if np.allclose(a, b) else "–"
+    return f"{ttest_rel(a, b).pvalue:.3f}"
+
+
+def meld_table(results: dict, ref: dict) -> str:
+    rows = ["| variant | weighted F1 | UAR | fear F1 | disgust F1 | p vs full (wF1) | seeds |", "|---|---|---|---|---|---|---|"]
+    for ab, rs in results.items():
+        w = [r["weighted_f1"] for r in rs]
+        rows.append(f"| {ab} | {ms(w)} | {ms([r['uar'] for r in rs])} | {ms([r['per_class_f1']['fear'] for r in rs])} | "
+                    f"{ms([r['per_class_f1']['disgust'] for r in rs])} | "
+                    f"{'' if ab == 'full' else pval([r['weighted_f1'] for r in ref], w)} | {len(rs)} |")
+    return "\n".join(rows)
+
+
+def ravdess_table(results: dict, ref: dict) -> str:
+    rows = ["| variant | " + " | ".join(f"UAR {k}" for k in KS) + " | wF1 k=all | p vs full (UAR k=all) |",
+            "|---|" + "---|" * (len(KS) + 2)]
+    for ab, rs in results.items():
+        cells = [ms([r[k]["uar"] for r in rs]) for k in KS]
+        w = ms([r["k=all"]["weighted_f1"] for r in rs])
+        p = "" if ab == "full" else pval([r["k=all"]["uar"] for r in ref], [r["k=all"]["uar"] for r in rs])
+        rows.append(f"| {ab} | " + " | ".join(cells) + f" | {w} | {p} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    for path in sys.argv[1:]:
+        res = json.load(open(path))
+        ref = res["results"].get("full", [])
+        print(f"### {path}\n`{res.get('command', '')}` ({res.get('seconds', '?')} s)\n")
+        print(meld_table(res["results"], ref) if res["dataset"] == "meld" else ravdess_table(res["results"], ref))
+        print()
+
+
+if __name__ == "__main__":
+    main()
