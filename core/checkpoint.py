@@ -7,7 +7,6 @@ records the SHA-256 of the weights file, so a tampered or truncated file is refu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core import __version__
+from core.features.cache import file_sha256
 from core.model import MLSAN, MLSANConfig
 
 FORMAT = "mlsan-live-checkpoint/1"
@@ -36,14 +36,6 @@ class Checkpoint:
     model: MLSAN
     feature_versions: dict[str, str] = field(default_factory=dict)  # extractor name -> version
     extra: dict = field(default_factory=dict)  # free-form metadata (training data, metrics, ...)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -72,7 +64,7 @@ def save_checkpoint(directory: str | Path, model: MLSAN, feature_versions: dict[
         "config": model.cfg.to_dict(),
         "labels": list(model.cfg.labels),
         "feature_versions": dict(feature_versions or {}),
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": file_sha256(weights),
         "versions": {"mlsan_live": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "extra": extra or {},
     }
@@ -112,7 +104,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     if list(cfg.labels) != list(meta.get("labels", [])):
         raise CheckpointError(f"checkpoint config {cfg_path}: label list does not match the model config")
     expected = meta.get("weights_sha256")
-    if expected is not None and _sha256(weights) != expected:
+    if expected is not None and file_sha256(weights) != expected:
         raise CheckpointError(f"checkpoint weights {weights} do not match the checksum in {CONFIG_NAME}: "
                               "the file is corrupt or was modified; re-download or retrain it")
     try:

@@ -28,12 +28,12 @@ RAVDESS_STATEMENTS = {1: "Kids are talking by the door.", 2: "Dogs are sitting b
 # MELD
 # ----------------------------------------------------------------------------------------------
 def meld_conversations(split: str, embedder, cache: FeatureCache, root: str | Path | None = None,
-                       speaker_ids: dict[str, int] | None = None) -> list[Conversation]:
+                       speaker_ids: dict[str, int] | None = None, limit: int | None = None) -> list[Conversation]:
     """MELD dialogues of `split` with text embeddings (cached per split and encoder version).
 
     `speaker_ids` maps names to global ids for the speaker loss (grown in place; pass the same dict
-    for every split so that e.g. 'Chandler' has one id)."""
-    dialogues = load_meld(split, root)
+    for every split so that e.g. 'Chandler' has one id). `limit`: only the first N dialogues."""
+    dialogues = load_meld(split, root)[:limit]
     texts = [u.text for d in dialogues for u in d.utterances]
     emb = cache.get_or_compute(("meld", split, *texts), embedder.version, lambda: embedder.embed(texts))
     ids = speaker_ids if speaker_ids is not None else {}

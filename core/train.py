@@ -91,7 +91,7 @@ def run_meld(args, opts: TrainOptions, device, console: Console) -> dict:
 
     cache, embedder, _, _ = feature_stack(args, console, need_audio=False)
     ids: dict[str, int] = {}
-    data = {s: meld_conversations(s, embedder, cache, args.data and Path(args.data) / "meld", ids)
+    data = {s: meld_conversations(s, embedder, cache, args.data and Path(args.data) / "meld", ids, args.limit)
             for s in ("train", "dev", "test")}
     base = dict(PRESETS["meld"][0], text_dim=embedder.dim, context_window=args.window)
     results: dict[str, list[dict]] = {}
@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=TrainOptions.batch_size)
     ap.add_argument("--window", type=int, default=MLSANConfig.context_window, help="context window (turns)")
     ap.add_argument("--folds", type=int, default=5, help="RAVDESS: folds over actors")
+    ap.add_argument("--limit", type=int, help="meld: only the first N dialogues of each split (quick checks)")
     ap.add_argument("--audio-features", default="compare", help="egemaps | compare")
     ap.add_argument("--text-encoder", default="all-MiniLM-L6-v2")
     ap.add_argument("--data", help="data root holding meld/ and ravdess/ (default: ../shared/data or $MLSAN_DATA)")

@@ -12,9 +12,7 @@ WhisperModel also changes it).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import importlib.util
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,8 @@ import numpy as np
 
 from core.device import resolve_device
 from core.features.audio_io import SAMPLE_RATE, prepare_pcm
+from core.features.cache import file_sha256
+from core.features.packaged import package_file
 
 DIM = 256  # GE2E embedding size
 MIN_SECONDS = 0.5  # least speech (after silence trimming) accepted; below ~1.5 s embeddings get noisy
@@ -31,19 +31,7 @@ PIPELINE_VERSION = "v1"  # bump when the preprocessing here changes
 
 
 def _weights_path() -> Path:
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "voiceprint model not found: resemblyzer is not installed; run "
-            "`.venv/bin/pip install --no-deps resemblyzer==0.1.4` (or `make install`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "pretrained.pt"
-    if not path.is_file():
-        raise RuntimeError(
-            f"voiceprint weights {path} are missing; reinstall with "
-            "`pip install --no-deps --force-reinstall resemblyzer==0.1.4`"
-        )
-    return path
+    return package_file("resemblyzer", "pretrained.pt", "voiceprint weights", "resemblyzer==0.1.4")
 
 
 def _resemblyzer_audio() -> Any:
@@ -75,7 +63,7 @@ class VoiceprintExtractor:
     def __init__(self, device: str = "cpu") -> None:
         self.device = resolve_device(device)  # "cpu", "cuda[:N]" or "auto" (CUDA when available)
         self.weights_path = _weights_path()
-        digest = hashlib.sha256(self.weights_path.read_bytes()).hexdigest()[:12]
+        digest = file_sha256(self.weights_path)[:12]
         self.version: str = (
             f"resemblyzer-{importlib.metadata.version('resemblyzer')}/ge2e-{digest}/"
             f"vad-trim/norm{TARGET_DBFS:g}dBFS/{PIPELINE_VERSION}"

