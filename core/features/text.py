@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from core.device import resolve_device
+from core.features.cache import file_sha256
 from core.features.packaged import package_file
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # name that selects the packaged offline model
@@ -55,7 +56,8 @@ def _offline_env() -> Iterator[None]:
 class TextEmbedder:
     """Sentence embeddings, L2-normalized float32 (N, dim); the model loads on first use or `load()`."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu") -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", adapter: str | Path | None = None) -> None:
+        """`adapter`: a LoRA adapter file (core.features.lora) fine-tuned for this encoder, or None."""
         self.model_name = model
         self.device = str(resolve_device(device))
         self.is_default = model in DEFAULT_ALIASES
@@ -68,6 +70,11 @@ class TextEmbedder:
             self._source = str(local) if local.is_dir() else model
             name = local.resolve().name if local.is_dir() else model
             self.version = f"sentence-transformers/{name}/{PIPELINE_VERSION}"
+        self.adapter = Path(adapter) if adapter is not None else None
+        if self.adapter is not None:
+            if not self.adapter.is_file():
+                raise ValueError(f"text adapter {self.adapter} not found; retrain it or drop the adapter")
+            self.version += f"/lora-{file_sha256(self.adapter)[:12]}"
         self._model: Any = None  # SentenceTransformer, created by load()
 
     def load(self) -> None:
@@ -83,6 +90,11 @@ class TextEmbedder:
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(self._source, device=self.device)
+        if self.adapter is not None:
+            from core.features.lora import load_adapter
+
+            load_adapter(self._model[0].auto_model, self.adapter)
+            self._model.eval()
 
     @property
     def dim(self) -> int:
