@@ -34,6 +34,7 @@ class CheckpointError(RuntimeError):
 @dataclass
 class Checkpoint:
     model: MLSAN
+    directory: Path  # where it was loaded from (files it names, e.g. a text adapter, live here)
     feature_versions: dict[str, str] = field(default_factory=dict)  # extractor name -> version
     extra: dict = field(default_factory=dict)  # free-form metadata (training data, metrics, ...)
 
@@ -122,4 +123,4 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
                                   f"the config implies {tuple(v.shape)} {v.dtype}")
     model.load_state_dict(state, strict=True)
     model.eval()
-    return Checkpoint(model.to(device), dict(meta.get("feature_versions", {})), dict(meta.get("extra", {})))
+    return Checkpoint(model.to(device), d, dict(meta.get("feature_versions", {})), dict(meta.get("extra", {})))

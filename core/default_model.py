@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from core.metrics import score
 from core.model import MLSANConfig
 from core.training import TrainOptions, fit, predict
 
+TEXT_ADAPTER_NAME = "text_adapter.safetensors"  # LoRA adapter of the text encoder, inside the checkpoint dir
 RAVDESS_DEV_ACTORS = (3, 8)  # held out for model selection: one male (odd), one female (even)
 
 
@@ -82,6 +84,12 @@ def train_default(args, opts: TrainOptions, device: torch.device, console: Conso
     }
     versions = {"audio": audio.version, "text": embedder.version, "voiceprint": vp.version}
     extra["train_seconds"] = round(time.time() - t0, 1)
+    if args.text_adapter is not None:  # ship the adapter beside the weights
+        args.save.mkdir(parents=True, exist_ok=True)
+        target = args.save / TEXT_ADAPTER_NAME
+        if args.text_adapter.resolve() != target.resolve():
+            shutil.copyfile(args.text_adapter, target)
+        extra["text_adapter"] = TEXT_ADAPTER_NAME
     save_checkpoint(args.save, model, feature_versions=versions, extra=extra)
     console.print(f"checkpoint written to {args.save} ({extra['train_seconds']:.0f} s)")
     if args.out:

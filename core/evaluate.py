@@ -33,7 +33,9 @@ def conversations(ck: Checkpoint, dataset: str, split: str, data: str | None, ca
     from core.features.text import TextEmbedder
 
     cache = FeatureCache(cache_dir)
-    embedder = TextEmbedder(ck.extra.get("text_encoder", "all-MiniLM-L6-v2"))
+    adapter = ck.extra.get("text_adapter")
+    embedder = TextEmbedder(ck.extra.get("text_encoder", "all-MiniLM-L6-v2"),
+                            adapter=ck.directory / adapter if adapter else None)
     check_versions(ck, "text", embedder.version)
     root = Path(data) if data else None
     if dataset == "meld":

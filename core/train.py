@@ -69,7 +69,7 @@ def feature_stack(args, console: Console, need_audio: bool):
     from core.features.text import TextEmbedder
 
     cache = FeatureCache(args.cache)
-    embedder = TextEmbedder(args.text_encoder)
+    embedder = TextEmbedder(args.text_encoder, adapter=args.text_adapter)
     audio = vp = None
     if need_audio:
         from core.features.audio import AudioFeatures
@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="meld: only the first N dialogues of each split (quick checks)")
     ap.add_argument("--audio-features", default="compare", help="egemaps | compare")
     ap.add_argument("--text-encoder", default="all-MiniLM-L6-v2")
+    ap.add_argument("--text-adapter", type=Path, help="LoRA adapter for the text encoder (python -m core.finetune_text)")
     ap.add_argument("--data", help="data root holding meld/ and ravdess/ (default: ../shared/data or $MLSAN_DATA)")
     ap.add_argument("--cache", help="feature cache directory (default: $MLSAN_CACHE or ~/.cache/mlsan-live/features)")
     ap.add_argument("--device", default="auto")
