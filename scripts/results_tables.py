@@ -22,8 +22,10 @@ def ms(v) -> str:
 
 def pval(a, b) -> str:
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) != len(b) or len(a) < 2 or np.allclose(a, b):
-        return "identical" if np.allclose(a, b) else "–"
+    if len(a) != len(b) or len(a) < 2:
+        return "–"
+    if np.allclose(a, b):
+        return "identical"
     return f"{ttest_rel(a, b).pvalue:.3f}"
 
 
@@ -49,9 +51,14 @@ def ravdess_table(results: dict, ref: dict) -> str:
 
 
 def main() -> None:
-    for path in sys.argv[1:]:
-        res = json.load(open(path))
-        ref = res["results"].get("full", [])
+    """The reference for p-values is the `full` variant of the first file given for each dataset."""
+    loaded = [(path, json.load(open(path))) for path in sys.argv[1:]]
+    refs: dict[str, list] = {}
+    for _, res in loaded:
+        if "full" in res["results"]:
+            refs.setdefault(res["dataset"], res["results"]["full"])
+    for path, res in loaded:
+        ref = refs.get(res["dataset"], [])
         print(f"### {path}\n`{res.get('command', '')}` ({res.get('seconds', '?')} s)\n")
         print(meld_table(res["results"], ref) if res["dataset"] == "meld" else ravdess_table(res["results"], ref))
         print()
@@ -59,3 +66,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def lambda_table(files: dict[str, str], ref_label: str) -> str:
+    """MELD weighted F1 per speaker-loss weight; files maps a lambda label to (json path, variant)."""
+    runs = {}
+    for lam, spec in files.items():
+        path, variant = spec.split(":")
+        runs[lam] = [r["weighted_f1"] for r in json.load(open(path))["results"][variant]]
+    rows = ["| λ | weighted F1 | p vs λ=" + ref_label + " |", "|---|---|---|"]
+    for lam, v in runs.items():
+        rows.append(f"| {lam} | {ms(v)} | {'' if lam == ref_label else pval(runs[ref_label], v)} |")
+    return "\n".join(rows)
