@@ -31,9 +31,14 @@ demo: install
 bench: install
 	$(PY) bench/step.py
 
-# Retrain the shipped default model (MELD text + RAVDESS audio; needs ../shared/data or MLSAN_DATA).
+# Retrain the shipped default model (needs ../shared/data or MLSAN_DATA): stage 1 fine-tunes LoRA
+# adapters of the text encoder on MELD (best dev epoch: the first), stage 2 trains ML-SAN on
+# MELD text + RAVDESS audio with them.
+TEXT_ADAPTER_ARGS ?= --rank 8 --alpha 16 --lr 5e-4 --epochs 1
 train: install
-	$(PY) -m core.train --dataset default --threads 2 --save models/default --out models/default/train_results.json
+	$(PY) -m core.finetune_text --out runs/text_adapter.safetensors $(TEXT_ADAPTER_ARGS) --threads 2
+	$(PY) -m core.train --dataset default --threads 2 --text-adapter runs/text_adapter.safetensors \
+		--save models/default --out models/default/train_results.json
 
 clean-venv:
 	rm -rf $(VENV)

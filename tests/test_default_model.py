@@ -34,7 +34,9 @@ def test_default_checkpoint_matches_the_installed_extractors():
     ck = load_checkpoint(DEFAULT)
     audio = AudioFeatures(ck.extra["audio_features"])
     assert ck.feature_versions["audio"] == audio.version and ck.model.cfg.audio_dim == audio.dim
-    assert ck.feature_versions["text"] == TextEmbedder(ck.extra["text_encoder"]).version
+    adapter = ck.extra.get("text_adapter")
+    text = TextEmbedder(ck.extra["text_encoder"], adapter=ck.directory / adapter if adapter else None)
+    assert ck.feature_versions["text"] == text.version
     assert ck.feature_versions["voiceprint"] == VoiceprintExtractor("cpu").version
 
 
