@@ -2,7 +2,7 @@
 
 Reads top to bottom:
   1. MLSANConfig: every size and switch, one frozen dataclass.
-  2. TurnBatch / TurnFeatures / StepOutput: what goes in and comes out.
+  2. TurnBatch / TurnFeatures / ModelOutput / ConversationState: what goes in and comes out.
   3. Building blocks: speaker encoder, FiLM calibration, modality gates, windowed context attention.
   4. MLSAN: `forward` over whole conversations (training) and `step` over one turn (live),
      which give the same numbers for the same history.
@@ -386,7 +386,6 @@ class MLSAN(nn.Module):
 
     # -- whole conversations -------------------------------------------------------------------
     def forward(self, batch: TurnBatch) -> ModelOutput:
-        B, T = batch.speaker.shape
         present = batch.present & batch.valid.unsqueeze(-1)
         x = [self._standardize(v, present[..., i], i) for i, v in enumerate((batch.audio, batch.visual, batch.text))]
         stats = [self._past_speaker_stats(x[i], present[..., i], batch.speaker) for i in (AUDIO, VISUAL)]
