@@ -217,6 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     ap.add_argument("--save", type=Path, help="default dataset: checkpoint directory to write")
     args = ap.parse_args(argv)
+    try:
+        return run(args, argv)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # bad data path, features, device: one line
+        print(f"core.train: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     console = Console()
     device = init_distributed() or resolve_device(args.device)
     if args.threads:

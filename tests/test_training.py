@@ -110,3 +110,10 @@ def test_train_cli_end_to_end_on_a_slice_of_meld(tmp_path):
     row = res["results"]["full"][0]
     assert 0 <= row["weighted_f1"] <= 100 and set(row["per_class_f1"]) >= {"fear", "disgust"}
     assert "mean ± std over seeds" in proc.stdout and "p=" in proc.stdout  # the summary table with paired tests
+
+
+def test_train_cli_missing_data_is_a_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "core.train", "--dataset", "meld", "--data", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "meld data not found" in proc.stderr
