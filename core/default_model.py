@@ -1,9 +1,10 @@
 """The shipped default checkpoint: MELD (text + speakers) and RAVDESS (audio + voice + speakers).
 
-`make train` runs `python -m core.train --dataset default --save models/default`. Model selection
-uses MELD dev and two RAVDESS actors held out of training (one male, one female). The visual
-branch has no labelled face data here: it is recorded in the checkpoint as untrained, and the live
-engine masks it (see docs/MODEL_CARD.md).
+`make train` runs two stages: `python -m core.finetune_text` (LoRA adapters of the text encoder),
+then `python -m core.train --dataset default --text-adapter ... --save models/default`. Model
+selection uses MELD dev and two RAVDESS actors held out of training (one male, one female). The
+visual branch has no labelled face data here: the checkpoint records it as untrained
+(`trained_modalities`), and the live engine must mask it (see docs/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from rich.console import Console
 
 from core.checkpoint import save_checkpoint
 from core.metrics import score
-from core.model import MLSANConfig
 from core.training import TrainOptions, fit, predict
 
 TEXT_ADAPTER_NAME = "text_adapter.safetensors"  # LoRA adapter of the text encoder, inside the checkpoint dir

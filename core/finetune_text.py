@@ -23,7 +23,7 @@ from core.features.lora import adapter_state, inject, save_adapter
 from core.features.text import TextEmbedder
 from core.labels import NUM_EMOTIONS
 from core.metrics import score
-from core.training import seed_everything
+from core.training import label_weights, seed_everything
 
 
 def utterances(split: str, root: Path | None) -> tuple[list[str], np.ndarray]:
@@ -56,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     st = embedder._model
     params = inject(st[0].auto_model, args.rank, args.alpha)
     head = nn.Linear(embedder.dim, NUM_EMOTIONS)
-    counts = np.bincount(train_y, minlength=NUM_EMOTIONS)
-    weight = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / NUM_EMOTIONS), dtype=torch.float32)
     optim = torch.optim.AdamW([{"params": params, "lr": args.lr}, {"params": head.parameters(), "lr": 10 * args.lr}],
                               weight_decay=0.01)
-    loss_fn = nn.CrossEntropyLoss(weight=weight / weight.mean())
+    loss_fn = nn.CrossEntropyLoss(weight=label_weights(train_y, NUM_EMOTIONS))
     rng = np.random.default_rng(args.seed)
 
     def embed(texts: list[str]) -> torch.Tensor:

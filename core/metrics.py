@@ -78,3 +78,22 @@ def format_table(scores: Scores, labels: tuple[str, ...] = EMOTIONS) -> str:
     for lab, row in zip(labels, scores.confusion):
         lines.append(f"{lab:<{w}}" + "".join(f"{v:>7d}" for v in row))
     return "\n".join(lines)
+
+
+def mean_std(values) -> str:
+    """'mean ± sample std' (just the mean for one value)."""
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
+
+
+def paired_p(reference, values) -> str:
+    """Paired t-test p-value of `values` against `reference` (same seeds, same order), as text:
+    'identical' when the runs agree exactly, '–' when they cannot be paired."""
+    from scipy.stats import ttest_rel
+
+    a, b = np.asarray(reference, float), np.asarray(values, float)
+    if len(a) != len(b) or len(a) < 2:
+        return "–"
+    if np.allclose(a, b):
+        return "identical"
+    return f"{ttest_rel(a, b).pvalue:.3f}"

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.device import resolve_device
-from core.metrics import score
+from core.metrics import mean_std, paired_p, score
 from core.model import MLSANConfig
 from core.training import TrainOptions, evaluate, fit, init_distributed, predict
 
@@ -155,8 +155,6 @@ def run_ravdess(args, opts: TrainOptions, device, console: Console) -> dict:
 
 def summarize(res: dict, console: Console) -> None:
     """Mean +- std over seeds, and paired t-tests against `full` (seeds paired)."""
-    from scipy.stats import ttest_rel
-
     results = res["results"]
     metrics = (["weighted_f1", "uar"] if res["dataset"] == "meld"
                else [f"k={'all' if k is None else k}/uar" for k in ENROLL_KS] + ["k=all/weighted_f1"])
@@ -181,15 +179,13 @@ def summarize(res: dict, console: Console) -> None:
         cells = []
         for m in metrics:
             v = values(rows, m)
-            cell = f"{v.mean():.2f} ± {v.std(ddof=1) if len(v) > 1 else 0:.2f}"
-            if ab != "full" and "full" in results and len(v) > 1 and len(v) == len(results["full"]):
-                p = ttest_rel(values(results["full"], m), v).pvalue
-                cell += f" (p={p:.3f})"
+            cell = mean_std(v)
+            if ab != "full" and "full" in results:
+                cell += f" (p={paired_p(values(results['full'], m), v)})"
             cells.append(cell)
         if res["dataset"] == "meld":
             for lab in ("fear", "disgust"):
-                v = np.array([r["per_class_f1"][lab] for r in rows])
-                cells.append(f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}")
+                cells.append(mean_std([r["per_class_f1"][lab] for r in rows]))
         t.add_row(ab, *cells)
     console.print(t)
 

@@ -46,9 +46,15 @@ def seed_everything(seed: int) -> None:
 
 
 def class_weights(convs: list[Conversation], n_classes: int, mode: str) -> torch.Tensor | None:
+    """Cross-entropy weights from the labelled turns of `convs` (see `label_weights`)."""
     if mode == "none":
         return None
-    labels = np.concatenate([np.asarray(c.labels)[np.asarray(c.labels) >= 0] for c in convs])
+    return label_weights(np.concatenate([np.asarray(c.labels)[np.asarray(c.labels) >= 0] for c in convs]),
+                         n_classes, mode)
+
+
+def label_weights(labels: np.ndarray, n_classes: int, mode: str = "sqrt_inv") -> torch.Tensor:
+    """(Square-root) inverse class frequencies, mean 1 over the classes present, 0 for absent ones."""
     counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
     inv = counts.sum() / np.maximum(counts, 1) / n_classes
     if mode == "sqrt_inv":

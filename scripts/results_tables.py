@@ -9,24 +9,13 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
-from scipy.stats import ttest_rel
+import os
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from core.metrics import mean_std as ms, paired_p as pval  # noqa: E402
 
 KS = ("k=0", "k=5", "k=10", "k=20", "k=all")
-
-
-def ms(v) -> str:
-    v = np.asarray(v, dtype=float)
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}"
-
-
-def pval(a, b) -> str:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) != len(b) or len(a) < 2:
-        return "–"
-    if np.allclose(a, b):
-        return "identical"
-    return f"{ttest_rel(a, b).pvalue:.3f}"
 
 
 def meld_table(results: dict, ref: dict) -> str:
